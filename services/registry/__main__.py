@@ -1,0 +1,8 @@
+import uvicorn
+
+from services.registry.main import create_app
+from services.registry.settings import RegistrySettings
+
+if __name__ == "__main__":
+    settings = RegistrySettings()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
