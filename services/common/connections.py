@@ -29,7 +29,7 @@ async def connect_nats(url: str, name: str) -> NATS:
         log.info("NATS reconnected to %s", url)
 
     async def on_error(exc: Exception) -> None:
-        log.warning("NATS error: %s", exc)
+        log.warning("NATS at %s not reachable or failing: %s", url, exc)
 
     attempt = 0
     while True:

@@ -13,9 +13,10 @@ _configured = False
 
 def setup_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in [h for h in root.handlers if getattr(h, "_webinar", False)]:
+        root.removeHandler(old)
     handler = logging.StreamHandler(sys.stderr)
+    handler._webinar = True  # type: ignore[attr-defined]
     handler.setFormatter(
         logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
     )

@@ -4,6 +4,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
+from opentelemetry import propagate, trace
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -110,3 +111,23 @@ class _TooLarge(Exception):
 
 async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
+
+
+class TracingMiddleware:
+    """A server span per HTTP request, continuing the caller's W3C traceparent, so that
+    events published while handling it carry the same trace."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.tracer = trace.get_tracer(service)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        name = f"{scope.get('method', 'WS')} {scope.get('path', '')}"
+        with self.tracer.start_as_current_span(
+            name, context=propagate.extract(carrier), kind=trace.SpanKind.SERVER
+        ):
+            await self.app(scope, receive, send)

@@ -20,7 +20,12 @@ from services.common.outbox import Outbox
 from services.common.subjects import REGISTRY_WEBINAR_GET
 from services.common.telemetry import setup_logging, setup_tracing
 from services.common.tokens import TokenIssuer
-from services.common.web import BodySizeLimit, add_health_and_metrics, install_error_handlers
+from services.common.web import (
+    BodySizeLimit,
+    TracingMiddleware,
+    add_health_and_metrics,
+    install_error_handlers,
+)
 from services.registry.api import Registry, router
 from services.registry.attendance import Attendance
 from services.registry.settings import DEV_ADMIN_KEY, RegistrySettings
@@ -66,6 +71,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Webinar registry", version="1", lifespan=lifespan)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(TracingMiddleware, service="registry")
     install_error_handlers(app)
     app.include_router(router)
 
