@@ -60,7 +60,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
             asyncio.create_task(attendance.run(js), name="attendance"),
         ]
         await nc.subscribe(REGISTRY_WEBINAR_GET, queue="registry", cb=_webinar_responder(store))
-        log.info("registry ready on http://%s:%d", settings.host, settings.port)
+        log.info("registry ready on http://%s:%d", settings.registry_host, settings.registry_port)
         try:
             yield
         finally:

@@ -4,8 +4,8 @@ DEV_ADMIN_KEY = "dev-organizer-key"
 
 
 class RegistrySettings(CommonSettings):
-    host: str = "127.0.0.1"
-    port: int = 8081
+    registry_host: str = "127.0.0.1"
+    registry_port: int = 8081
     jwt_private_key: str = ""
     jwt_private_key_file: str = ""
     webinar_admin_key: str = DEV_ADMIN_KEY
