@@ -85,6 +85,7 @@ def keys() -> tuple[Path, Path]:
 class Stack:
     def __init__(self) -> None:
         self.procs: list[tuple[str, asyncio.subprocess.Process]] = []
+        self.relays: list[asyncio.Task[None]] = []
 
     async def spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         proc = await asyncio.create_subprocess_exec(
@@ -94,7 +95,7 @@ class Stack:
         )  # fmt: skip
         colour = COLOURS[len(self.procs) % len(COLOURS)]
         self.procs.append((name, proc))
-        asyncio.create_task(self._relay(name, colour, proc))
+        self.relays.append(asyncio.create_task(self._relay(name, colour, proc)))
 
     async def _relay(self, name: str, colour: str, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout
@@ -131,12 +132,13 @@ async def infrastructure(stack: Stack, nats_url: str, redis_url: str) -> None:
         port = str(urlparse(redis_url).port or 6379)
         (DATA / "redis").mkdir(parents=True, exist_ok=True)
         print(f"starting embedded Redis on port {port}, data in .data/redis")
-        await stack.spawn("redis", [binary("redis-server"), "--port", port, "--bind", "127.0.0.1",
-                                    "--dir", str(DATA / "redis"), "--appendonly", "yes"], {})  # fmt: skip
+        args = [binary("redis-server"), "--port", port, "--bind", "127.0.0.1",
+                "--dir", str(DATA / "redis"), "--appendonly", "yes"]  # fmt: skip
+        await stack.spawn("redis", args, {})
 
 
-async def wait_healthy(url: str, timeout: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_healthy(url: str, limit: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + limit
     async with httpx.AsyncClient() as http:
         while asyncio.get_running_loop().time() < deadline:
             try:
@@ -145,7 +147,7 @@ async def wait_healthy(url: str, timeout: float = 60) -> None:
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.3)
-    raise RuntimeError(f"{url} not healthy after {timeout}s")
+    raise RuntimeError(f"{url} not healthy after {limit}s")
 
 
 async def demo_webinar(admin_key: str) -> None:
@@ -154,12 +156,14 @@ async def demo_webinar(admin_key: str) -> None:
         body = {"title": "Demo webinar", "starts_at": datetime.now(UTC).isoformat(),
                 "duration_minutes": 60, "mode": "webinar", "capacity": 1000,
                 "approval": "auto", "allow_anonymous_questions": True}  # fmt: skip
-        created = (await http.post("/v1/webinars", json=body, headers=auth)).raise_for_status().json()
+        created = (
+            (await http.post("/v1/webinars", json=body, headers=auth)).raise_for_status().json()
+        )
         wid = created["id"]
-        panelist = (await http.post(f"/v1/webinars/{wid}/panelists", headers=auth,
-                                    json={"name": "Pat Panelist", "email": "pat@example.org"}))  # fmt: skip
-        attendee = await http.post(f"/v1/webinars/{wid}/registrations",
-                                   json={"name": "Ann Attendee", "email": "ann@example.org"})  # fmt: skip
+        pat = {"name": "Pat Panelist", "email": "pat@example.org"}
+        panelist = await http.post(f"/v1/webinars/{wid}/panelists", headers=auth, json=pat)
+        ann = {"name": "Ann Attendee", "email": "ann@example.org"}
+        attendee = await http.post(f"/v1/webinars/{wid}/registrations", json=ann)
     print("\n" + "=" * 72)
     print(f"Demo webinar {wid} is ready.")
     print(f"  host:         {created['host']['join_url']}")

@@ -77,7 +77,7 @@ class Outbox:
                 headers=headers,
                 timeout=2,
             )
-            await self._redis.lrem(OUTBOX_KEY, 1, raw)
+            await self._redis.lrem(OUTBOX_KEY, 1, str(raw))
 
     async def pending(self) -> int:
         return int(await self._redis.llen(OUTBOX_KEY))

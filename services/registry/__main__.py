@@ -5,4 +5,9 @@ from services.registry.settings import RegistrySettings
 
 if __name__ == "__main__":
     settings = RegistrySettings()
-    uvicorn.run(create_app(settings), host=settings.registry_host, port=settings.registry_port, log_config=None)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.registry_host,
+        port=settings.registry_port,
+        log_config=None,
+    )

@@ -6,8 +6,8 @@ import logging
 from datetime import datetime
 from typing import Any
 
-import redis.asyncio as aioredis
 import nats.errors
+import redis.asyncio as aioredis
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import BaseModel

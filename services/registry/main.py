@@ -97,7 +97,9 @@ def _webinar_responder(store: RegistryStore):  # type: ignore[no-untyped-def]
         try:
             webinar_id = str(json.loads(msg.data)["webinar_id"])
             webinar = await store.get_webinar(webinar_id)
-            body = {"webinar": webinar.model_dump(mode="json")} if webinar else {"error": "not_found"}
+            body = (
+                {"webinar": webinar.model_dump(mode="json")} if webinar else {"error": "not_found"}
+            )
         except Exception as exc:  # noqa: BLE001 - reply with the failure, never hang the caller
             body = {"error": "invalid", "message": str(exc)}
         await msg.respond(json.dumps(body).encode())

@@ -81,7 +81,7 @@ class RegistryStore:
 
     async def list_webinars(self, organizer_id: str | None) -> list[Webinar]:
         ids = await self.redis.zrange("wb:index", 0, -1)
-        webinars = [w for w in [await self.get_webinar(i) for i in ids] if w]
+        webinars = [w for w in [await self.get_webinar(str(i)) for i in ids] if w]
         return [w for w in webinars if organizer_id is None or w.organizer_id == organizer_id]
 
     async def save_webinar(self, webinar: Webinar, event_type: str) -> None:
@@ -144,7 +144,7 @@ class RegistryStore:
                     existing = await pipe.hget(email_key, email)
                     if existing:
                         raw = await pipe.hget(regs_key, existing)
-                        return Registration.model_validate_json(raw), False
+                        return Registration.model_validate_json(str(raw)), False
                     seats = int(await pipe.get(seats_key) or 0)
                     if seats >= webinar.capacity:
                         raise Full
@@ -158,7 +158,7 @@ class RegistryStore:
                         answers=answers, status=status, created_at=now(),
                         decided_at=now() if status == RegistrationStatus.APPROVED else None,
                     )  # fmt: skip
-                    pipe.multi()
+                    pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.hset(email_key, email, reg.id)
                     pipe.hset(regs_key, reg.id, reg.model_dump_json())
                     pipe.hset(f"{base}:reg:keys", reg.id, hash_key(status_key))
@@ -184,7 +184,7 @@ class RegistryStore:
 
     async def check_status_key(self, webinar_id: str, rid: str, key: str) -> bool:
         stored = await self.redis.hget(f"{_wkey(webinar_id)}:reg:keys", rid)
-        return stored is not None and secrets.compare_digest(stored, hash_key(key))
+        return stored is not None and secrets.compare_digest(str(stored), hash_key(key))
 
     async def list_registrations(self, webinar_id: str) -> list[Registration]:
         raw = await self.redis.hvals(f"{_wkey(webinar_id)}:reg")

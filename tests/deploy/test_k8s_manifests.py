@@ -30,7 +30,11 @@ def test_kustomization_lists_every_manifest():
     assert listed == present
 
 
-@pytest.mark.parametrize(("name", "doc"), documents(), ids=lambda v: v if isinstance(v, str) else v["kind"] + "/" + v["metadata"]["name"])
+@pytest.mark.parametrize(
+    ("name", "doc"),
+    documents(),
+    ids=lambda v: v if isinstance(v, str) else v["kind"] + "/" + v["metadata"]["name"],
+)
 def test_manifest_is_valid(name, doc):
     kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
@@ -54,7 +58,9 @@ def test_media_nodes_use_host_network_and_autoscale():
     docs = [d for _, d in documents()]
     media = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "media")
     assert media["spec"]["template"]["spec"]["hostNetwork"] is True
-    hpas = {d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
+    hpas = {
+        d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "HorizontalPodAutoscaler"
+    }
     assert "media" in hpas
     nats = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "nats")
     assert nats["spec"]["replicas"] == 3

@@ -42,7 +42,10 @@ def test_devstack_prints_working_links_and_stops_cleanly(tmp_path):
         wid = re.search(r"Demo webinar (\w+) is ready", out).group(1)
         links = dict(re.findall(r"^\s+(host|panelist|attendee):\s+(\S+)$", out, re.M))
         public = (tmp_path / "keys" / "join-public.pem").read_text()
-        roles = {k: TokenVerifier(public).verify(v.split("token=")[1], wid).role for k, v in links.items()}
+        roles = {
+            k: TokenVerifier(public).verify(v.split("token=")[1], wid).role
+            for k, v in links.items()
+        }
         assert roles == {"host": "host", "panelist": "panelist", "attendee": "attendee"}
         resp = httpx.get(f"http://127.0.0.1:{registry_port}/v1/webinars/{wid}")
         assert resp.status_code == 200 and resp.json()["title"] == "Demo webinar"

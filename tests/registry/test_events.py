@@ -13,13 +13,13 @@ from services.common.subjects import EVENTS_STREAM, REGISTRY_WEBINAR_GET, webina
 from tests.registry.conftest import webinar_body
 
 
-async def collect(js, wid: str, count: int, timeout: float = 5.0) -> list[CloudEvent]:
+async def collect(js, wid: str, count: int, wait: float = 5.0) -> list[CloudEvent]:
     """Replay the webinar's events from the stream with an ephemeral consumer."""
     sub = await js.subscribe(f"webinar.{wid}.>", stream=EVENTS_STREAM, ordered_consumer=True)
     events: list[CloudEvent] = []
     try:
         while len(events) < count:
-            msg = await sub.next_msg(timeout=timeout)
+            msg = await sub.next_msg(timeout=wait)
             raw = json.loads(msg.data)
             assert raw["specversion"] == "1.0"
             assert msg.headers and msg.headers["traceparent"].startswith("00-")
@@ -74,7 +74,9 @@ async def test_webinar_lookup_for_other_services(registry, nats_server):
     created = (await registry.http.post("/v1/webinars", json=webinar_body(mode="meeting"),
                                         headers=registry.admin)).json()  # fmt: skip
     nc = await nats.connect(nats_server.url)
-    reply = await nc.request(REGISTRY_WEBINAR_GET, json.dumps({"webinar_id": created["id"]}).encode(), 2)
+    reply = await nc.request(
+        REGISTRY_WEBINAR_GET, json.dumps({"webinar_id": created["id"]}).encode(), 2
+    )
     assert json.loads(reply.data)["webinar"]["mode"] == "meeting"
     reply = await nc.request(REGISTRY_WEBINAR_GET, b'{"webinar_id": "nope"}', 2)
     assert json.loads(reply.data) == {"error": "not_found"}
@@ -102,7 +104,9 @@ async def test_report_from_participant_events(registry, js):
         await js.publish(webinar_event(wid, kind), event.model_dump_json().encode())
         await asyncio.sleep(0.01)
     for _ in range(100):
-        report = (await registry.http.get(f"/v1/webinars/{wid}/report", headers=registry.admin)).json()
+        report = (
+            await registry.http.get(f"/v1/webinars/{wid}/report", headers=registry.admin)
+        ).json()
         rows = report["attendees"]
         if rows and rows[0]["last_left_at"]:
             break

@@ -15,7 +15,9 @@ from services.common.tokens import (
 
 
 def issue(private: str, expires_in: int = 60, webinar: str = "w1") -> str:
-    return TokenIssuer(private).issue(webinar, "p1", "Ada", Role.ATTENDEE, int(time.time()) + expires_in)
+    return TokenIssuer(private).issue(
+        webinar, "p1", "Ada", Role.ATTENDEE, int(time.time()) + expires_in
+    )
 
 
 def test_valid_token_round_trips(keypair):
@@ -41,7 +43,7 @@ def test_token_for_another_webinar_is_rejected(keypair):
 
 def test_tampered_role_is_rejected(keypair):
     token = issue(keypair[0])
-    header, payload, signature = token.split(".")
+    header, _payload, signature = token.split(".")
     claims = jwt.decode(token, options={"verify_signature": False})
     claims["role"] = "host"
     forged_payload = jwt.utils.base64url_encode(jwt.api_jws.json.dumps(claims).encode()).decode()

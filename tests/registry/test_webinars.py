@@ -106,7 +106,9 @@ async def test_patch_and_delete(registry):
                                      headers=registry.admin)  # fmt: skip
     assert resp.status_code == 422
     assert (await registry.http.delete(f"/v1/webinars/{wid}")).status_code == 401
-    assert (await registry.http.delete(f"/v1/webinars/{wid}", headers=registry.admin)).status_code == 204
+    assert (
+        await registry.http.delete(f"/v1/webinars/{wid}", headers=registry.admin)
+    ).status_code == 204
     assert (await registry.http.get(f"/v1/webinars/{wid}")).status_code == 404
 
 
@@ -138,7 +140,9 @@ async def test_organizer_keys_are_scoped_and_stored_hashed(registry, redis_serve
 
 async def test_host_link_reissue(registry, keypair):
     created = await create(registry)
-    resp = await registry.http.post(f"/v1/webinars/{created['id']}/host-link", headers=registry.admin)
+    resp = await registry.http.post(
+        f"/v1/webinars/{created['id']}/host-link", headers=registry.admin
+    )
     assert resp.status_code == 200
     claims = TokenVerifier(keypair[1]).verify(resp.json()["token"])
     assert claims.participant_id == created["host"]["participant_id"]
@@ -154,7 +158,9 @@ async def test_panelists(registry, keypair):
     assert resp.status_code == 201
     claims = TokenVerifier(keypair[1]).verify(resp.json()["token"], wid)
     assert claims.role == Role.PANELIST and claims.name == "Ada"
-    listed = (await registry.http.get(f"/v1/webinars/{wid}/panelists", headers=registry.admin)).json()
+    listed = (
+        await registry.http.get(f"/v1/webinars/{wid}/panelists", headers=registry.admin)
+    ).json()
     assert [p["name"] for p in listed] == ["Ada"]
     resp = await registry.http.post(
         f"/v1/webinars/{wid}/panelists", json={"name": "Bob", "email": "not-an-email"},
