@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
@@ -72,6 +73,13 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     app = FastAPI(title="Webinar registry", version="1", lifespan=lifespan)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(TracingMiddleware, service="registry")
+    # The web client (registration page) is served by signaling on another origin.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[settings.public_web_url.rstrip("/")],
+        allow_methods=["GET", "POST"],
+        allow_headers=["Content-Type"],
+    )
     install_error_handlers(app)
     app.include_router(router)
 

@@ -175,3 +175,16 @@ async def test_health_and_metrics(registry):
     assert resp.status_code == 200 and resp.json()["checks"] == {"nats": True, "redis": True}
     resp = await registry.http.get("/metrics")
     assert resp.status_code == 200 and "python_info" in resp.text
+
+
+async def test_web_client_origin_may_register(registry):
+    created = await create(registry)
+    resp = await registry.http.options(
+        f"/v1/webinars/{created['id']}/registrations",
+        headers={"Origin": "http://127.0.0.1:8080", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "content-type"},
+    )  # fmt: skip
+    assert resp.headers["access-control-allow-origin"] == "http://127.0.0.1:8080"
+    resp = await registry.http.get(f"/v1/webinars/{created['id']}",
+                                   headers={"Origin": "http://evil.example"})  # fmt: skip
+    assert "access-control-allow-origin" not in resp.headers
