@@ -101,3 +101,15 @@ def _redact(url: str) -> str:
         return url
     scheme, rest = url.split("://", 1)
     return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
+async def shutdown(tasks: list[asyncio.Task[None]], nc: NATS, redis: aioredis.Redis) -> None:
+    """Stop background tasks first, then flush NATS (bounded) and close Redis."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    try:
+        await asyncio.wait_for(nc.drain(), 5)
+    except Exception:  # noqa: BLE001 - a server that is away cannot be drained
+        await nc.close()
+    await redis.aclose()

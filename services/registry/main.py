@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 
 from services.common.connections import (
     connect_nats,
+    shutdown,
     ensure_events_stream,
     redis_client,
     wait_for_redis,
@@ -65,10 +66,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            await nc.drain()
-            await redis.aclose()
+            await shutdown(tasks, nc, redis)
 
     app = FastAPI(title="Webinar registry", version="1", lifespan=lifespan)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
