@@ -107,7 +107,8 @@ async def shutdown(tasks: list[asyncio.Task[None]], nc: NATS, redis: aioredis.Re
     """Stop background tasks first, then flush NATS (bounded) and close Redis."""
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    if tasks:
+        await asyncio.wait(tasks, timeout=2)
     try:
         await asyncio.wait_for(nc.drain(), 5)
     except Exception:  # noqa: BLE001 - a server that is away cannot be drained

@@ -7,8 +7,10 @@ replicas publishing the same entry are deduplicated by the stream.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
+from typing import cast
 
 import redis.asyncio as aioredis
 from nats.js import JetStreamContext
@@ -20,10 +22,12 @@ from services.common.subjects import webinar_event
 
 log = logging.getLogger(__name__)
 OUTBOX_KEY = "outbox:events"
+ACK_TIMEOUT = 5.0
 
 
 class Outbox:
-    def __init__(self, redis: aioredis.Redis, js: JetStreamContext) -> None:
+    def __init__(self, redis: aioredis.Redis, js: JetStreamContext, batch: int = 256) -> None:
+        self.batch = batch
         self._redis = redis
         self._js = js
         self._wake = asyncio.Event()
@@ -54,30 +58,38 @@ class Outbox:
                 drained = False
             if drained:
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-                except TimeoutError:
-                    pass
+                # asyncio.timeout, not wait_for: wait_for can swallow a cancellation on 3.11.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
             else:
                 await asyncio.sleep(0.5)
 
     async def _drain(self) -> bool:
-        """Publish queued events oldest first; True once the outbox is empty."""
+        """Publish queued events oldest first, a batch at a time; True once empty.
+
+        A batch is sent in order with `publish_async` and its acks awaited together;
+        entries leave Redis only after JetStream acknowledged them.
+        """
         while True:
-            raw = await self._redis.lindex(OUTBOX_KEY, 0)
-            if raw is None:
+            raws = cast(list[str], await self._redis.lrange(OUTBOX_KEY, 0, self.batch - 1))
+            if not raws:
                 return True
-            entry = json.loads(raw)
-            event = CloudEvent.model_validate(entry["event"])
-            headers = dict(entry.get("headers") or {})
-            headers["Nats-Msg-Id"] = event.id
-            await self._js.publish(
-                webinar_event(event.subject, event.event_type),
-                event.model_dump_json().encode(),
-                headers=headers,
-                timeout=2,
-            )
-            await self._redis.lrem(OUTBOX_KEY, 1, str(raw))
+            acks = []
+            for raw in raws:
+                entry = json.loads(raw)
+                event = CloudEvent.model_validate(entry["event"])
+                headers = dict(entry.get("headers") or {})
+                headers["Nats-Msg-Id"] = event.id
+                subject = webinar_event(event.subject, event.event_type)
+                payload = event.model_dump_json().encode()
+                acks.append(await self._js.publish_async(subject, payload, headers=headers))
+            async with asyncio.timeout(ACK_TIMEOUT):
+                await asyncio.gather(*acks)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for raw in raws:
+                    pipe.lrem(OUTBOX_KEY, 1, raw)
+                await pipe.execute()
 
     async def pending(self) -> int:
         return int(await self._redis.llen(OUTBOX_KEY))

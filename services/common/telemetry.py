@@ -1,6 +1,7 @@
 """Logging, tracing and Prometheus metrics setup shared by every service."""
 
 import logging
+import re
 import sys
 
 from opentelemetry import trace
@@ -22,8 +23,26 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     )
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # Access logs would print join tokens from query strings.
+    # Uvicorn logs request and WebSocket paths with their query strings: hide join tokens.
+    for name in ("uvicorn.error", "uvicorn.access"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in target.filters):
+            target.addFilter(RedactTokens())
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]+")
+
+
+class RedactTokens(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                TOKEN_IN_URL.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
+            )
+        if isinstance(record.msg, str):
+            record.msg = TOKEN_IN_URL.sub(r"\1***", record.msg)
+        return True
 
 
 def setup_tracing(service: str, otlp_endpoint: str) -> None:

@@ -1,0 +1,1 @@
+"""Chat service: chat, Q&A and polls over NATS request-reply, history in Redis."""
