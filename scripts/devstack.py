@@ -37,6 +37,8 @@ class Service:
 
 SIGNALING_PORT = os.environ.get("SIGNALING_PORT", "8080")
 REGISTRY_PORT = os.environ.get("REGISTRY_PORT", "8081")
+CHAT_PORT = os.environ.get("CHAT_PORT", "8083")
+MEDIA_PORT = int(os.environ.get("MEDIA_HTTP_PORT", "8091"))
 SIGNALING_URL = f"http://127.0.0.1:{SIGNALING_PORT}"
 REGISTRY_URL = f"http://127.0.0.1:{REGISTRY_PORT}"
 
@@ -45,9 +47,12 @@ SERVICES = [
             f"{REGISTRY_URL}/healthz"),
     Service("signaling", "services.signaling", {"SIGNALING_PORT": SIGNALING_PORT},
             f"{SIGNALING_URL}/healthz"),
-    Service("chat", "services.chat", {"CHAT_PORT": "8083"}),
-    Service("media-1", "services.media", {"MEDIA_NODE_ID": "media-1", "MEDIA_HTTP_PORT": "8091"}),
-    Service("media-2", "services.media", {"MEDIA_NODE_ID": "media-2", "MEDIA_HTTP_PORT": "8092"}),
+    Service("chat", "services.chat", {"CHAT_PORT": CHAT_PORT},
+            f"http://127.0.0.1:{CHAT_PORT}/healthz"),
+    Service("media-1", "services.media", {"MEDIA_NODE_ID": "media-1",
+            "MEDIA_HTTP_PORT": str(MEDIA_PORT)}, f"http://127.0.0.1:{MEDIA_PORT}/healthz"),
+    Service("media-2", "services.media", {"MEDIA_NODE_ID": "media-2",
+            "MEDIA_HTTP_PORT": str(MEDIA_PORT + 1)}, f"http://127.0.0.1:{MEDIA_PORT + 1}/healthz"),
     Service("restream", "services.restream", {"RESTREAM_PORT": "8084"}),
 ]  # fmt: skip
 
@@ -184,7 +189,8 @@ async def main() -> None:
     private, public = keys()
     env = {"NATS_URL": nats_url, "REDIS_URL": redis_url, "WEBINAR_ADMIN_KEY": admin_key,
            "JWT_PRIVATE_KEY_FILE": str(private), "JWT_PUBLIC_KEY_FILE": str(public),
-           "PUBLIC_WEB_URL": SIGNALING_URL, "PYTHONUNBUFFERED": "1"}  # fmt: skip
+           "PUBLIC_WEB_URL": SIGNALING_URL, "PUBLIC_REGISTRY_URL": REGISTRY_URL,
+           "PYTHONUNBUFFERED": "1"}  # fmt: skip
     stack = Stack()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

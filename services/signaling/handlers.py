@@ -59,6 +59,7 @@ class Handlers:
             "webinar.end": self.webinar_end,
             "room.lock": self.room_lock,
             "room.unlock": self.room_unlock,
+            "participant.list": self.participant_list,
         }
 
     def find(self, request_type: str) -> Handler | None:
@@ -119,6 +120,12 @@ class Handlers:
     # requests -----------------------------------------------------------------
     async def ping(self, conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
         return {}
+
+    async def participant_list(self, conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
+        """Hosts and cohosts: who is in the room now (attendees see only the stage)."""
+        self._require_host(conn, "list participants")
+        people = await self.svc.store.people(conn.webinar_id)
+        return {"participants": people, "hands": await self.svc.store.hands(conn.webinar_id)}
 
     async def publish(self, conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
         sdp = check_sdp(frame, self.svc.settings.signaling_max_sdp_bytes)

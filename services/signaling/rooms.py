@@ -334,6 +334,18 @@ class RoomStore:
                               "promoted": p.id in promoted, "joined_at": p.joined_at})  # fmt: skip
         return sorted(stage, key=lambda s: s["joined_at"])
 
+    async def people(self, webinar_id: str) -> list[dict[str, Any]]:
+        """Everyone present (or within their reconnect grace), in order of arrival."""
+        promoted = set(_strs(await self.redis.smembers(key(webinar_id, "promoted"))))
+        people = [
+            Person.load(raw)
+            for raw in (await self.redis.hgetall(key(webinar_id, "people"))).values()
+        ]
+        return [
+            {**p.ref(p.role in STAGE_ROLES or p.id in promoted), "joined_at": p.joined_at}
+            for p in sorted(people, key=lambda p: p.joined_at)
+        ]
+
     async def hands(self, webinar_id: str) -> list[dict[str, str]]:
         queue = _strs(await self.redis.zrange(key(webinar_id, "hands"), 0, -1))
         return await self._names(webinar_id, queue)

@@ -154,3 +154,16 @@ async def test_removed_participant_is_disconnected_and_cannot_rejoin(stack: Stac
         code, frame = await stack.refused(token, replica)
         assert code == 4403 and "revoked" in frame["message"]
     await host.error("participant.remove", "not_found", participant_id="a_troll")
+
+
+async def test_hosts_list_everyone_present_attendees_may_not(stack: Stack):
+    room = await stack.webinar()
+    attendee = await room.join("attendee", replica=1, pid="a_early", name="Early")
+    host = await room.started(replica=0)
+    await attendee.ok("hand.raise")
+    listed = await host.ok("participant.list")
+    people = {p["id"]: p for p in listed["participants"]}
+    assert people["a_early"]["name"] == "Early" and people["a_early"]["on_stage"] is False
+    assert people[host.welcome["participant"]["id"]]["on_stage"] is True
+    assert [h["participant_id"] for h in listed["hands"]] == ["a_early"]
+    await attendee.error("participant.list", "forbidden")

@@ -72,6 +72,8 @@ async function act(type, fields) {
 function onFrame(msg) {
   if (msg.type === "welcome") return onWelcome(msg);
   if (msg.type === "event") return onEvent(msg.event, msg.data || {});
+  if (msg.type === "notice") return onNotice(msg.notice, msg.data || {});
+  if (msg.type === "renegotiate") { if (msg.subscribe) resubscribe(); if (msg.publish && S.pub) republish(); return; }
   if (msg.id && S.pending.has(msg.id)) {
     const p = S.pending.get(msg.id);
     S.pending.delete(msg.id);
@@ -137,7 +139,27 @@ async function enterRoom() {
   await subscribe();
 }
 
+function onNotice(notice, d) {
+  if (notice === "promoted") { S.onStage = true; S.myHand = false; $("promote-prompt").classList.remove("hidden"); refreshControls(); }
+  if (notice === "demoted") { S.onStage = false; stopPublishing(); $("promote-prompt").classList.add("hidden"); refreshControls(); }
+  if (notice === "hand.lowered") { S.myHand = false; S.hands = S.hands.filter((h) => (h.participant_id || h.id) !== S.me.id); renderHands(); }
+  if (notice === "muted" && S.localStream && d.muted !== false) {
+    for (const t of S.localStream.getTracks()) if (t.kind === (d.kind === "screen" ? "video" : d.kind)) t.enabled = false;
+    banner(`The host muted your ${d.kind}.`); setTimeout(() => banner(""), 4000);
+  }
+}
+
+async function loadPeople() {
+  if (!isHost()) return;
+  const listed = await act("participant.list", {});
+  if (!listed) return;
+  for (const p of listed.participants || []) S.people.set(p.id, p);
+  S.hands = listed.hands || S.hands;
+  renderPeople(); renderHands();
+}
+
 async function loadLists() {
+  loadPeople();
   const hist = await act("chat.history", {});
   if (hist) { $("chat-log").replaceChildren(); for (const m of hist.messages || []) addChat(m); }
   const qa = await act("qa.list", {});
@@ -162,11 +184,11 @@ function onEvent(type, d) {
     case "participant.joined": S.people.set(pid, { id: pid, name: d.name, role: d.role }); renderPeople(); break;
     case "participant.left": S.people.delete(pid); renderPeople(); break;
     case "participant.promoted":
-      if (pid === S.me.id) { S.onStage = true; $("promote-prompt").classList.remove("hidden"); }
+      if (pid === S.me.id && !S.onStage) { S.onStage = true; $("promote-prompt").classList.remove("hidden"); }
       S.hands = S.hands.filter((h) => (h.participant_id || h.id) !== pid);
       renderHands(); refreshControls(); break;
     case "participant.demoted":
-      if (pid === S.me.id) { S.onStage = false; stopPublishing(); $("promote-prompt").classList.add("hidden"); }
+      if (pid === S.me.id && S.onStage) { S.onStage = false; stopPublishing(); $("promote-prompt").classList.add("hidden"); }
       refreshControls(); break;
     case "participant.muted":
       if (pid === S.me.id && S.localStream) {
@@ -177,8 +199,11 @@ function onEvent(type, d) {
     case "participant.removed":
       if (pid === S.me.id) { S.closedFinal = true; showState("You were removed from this webinar", "The host removed you. You cannot rejoin with this link.", "removed"); }
       S.people.delete(pid); renderPeople(); break;
-    case "hand.raised": S.hands.push({ participant_id: pid, name: d.name }); renderHands(); break;
-    case "hand.lowered": S.hands = S.hands.filter((h) => (h.participant_id || h.id) !== pid); renderHands(); break;
+    case "hand.raised": case "hand.lowered":
+      if (Array.isArray(d.hands)) S.hands = d.hands;
+      else if (type === "hand.raised") S.hands.push({ participant_id: pid, name: d.name });
+      else S.hands = S.hands.filter((h) => (h.participant_id || h.id) !== pid);
+      renderHands(); break;
     case "chat.message": addChat(d); break;
     case "chat.deleted": { const el = document.querySelector(`[data-message="${CSS.escape(d.message_id || d.id)}"]`); if (el) el.remove(); break; }
     case "qa.asked": case "qa.upvoted": case "qa.answered": case "qa.dismissed": {
@@ -413,7 +438,7 @@ function renderPolls() {
 }
 
 function renderHands() {
-  $("hand").textContent = S.hands.some((h) => (h.participant_id || h.id) === (S.me && S.me.id)) ? "Lower hand" : "Raise hand";
+  $("hand").textContent = S.myHand ? "Lower hand" : "Raise hand";
   $("hand-queue").replaceChildren(...S.hands.map((h) => {
     const pid = h.participant_id || h.id;
     const row = document.createElement("div"); row.className = "row"; row.dataset.hand = pid;
@@ -462,7 +487,10 @@ $("chat-send").onclick = sendChat;
 $("chat-text").addEventListener("keydown", (e) => { if (e.key === "Enter") sendChat(); });
 $("qa-ask").onclick = async () => { const text = $("qa-text").value.trim(); if (text && await act("qa.ask", { text })) $("qa-text").value = ""; };
 $("poll-open").onclick = () => act("poll.create", { question: $("poll-question").value, options: $("poll-options").value.split(",").map((s) => s.trim()).filter(Boolean), multiple: $("poll-multiple").checked });
-$("hand").onclick = () => act($("hand").textContent === "Raise hand" ? "hand.raise" : "hand.lower", {});
+$("hand").onclick = async () => {
+  const raising = !S.myHand;
+  if (await act(raising ? "hand.raise" : "hand.lower", {})) { S.myHand = raising; renderHands(); }
+};
 $("publish").onclick = publish;
 $("accept-stage").onclick = publish;
 $("mute-audio").onclick = () => toggleLocal("audio", $("mute-audio"), "Mute mic", "Unmute mic");
