@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(PY) -m scripts.devstack
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	scripts/loopback-only $(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check services tests bench scripts
