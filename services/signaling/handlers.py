@@ -158,7 +158,10 @@ class Handlers:
             raise RequestError("unavailable", f"media node {node} sent no answer")
         conn.subscribe_node, conn.subscribe_origin = node, origin
         await self.svc.store.set_media(conn.webinar_id, conn.pid, "subscribe", node)
-        return {"sdp": answer, "node_id": node, "origin_node": origin}
+        # The current slot map, so a late joiner labels its slots before the next change.
+        slots = await self.svc.media.request(node, "slots", {"webinar_id": conn.webinar_id})
+        return {"sdp": answer, "node_id": node, "origin_node": origin,
+                "slots": slots.get("slots", {})}  # fmt: skip
 
     async def hand_raise(self, conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
         if conn.role != "attendee":

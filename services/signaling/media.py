@@ -6,6 +6,7 @@ least-loaded live node with room. A node whose heartbeat is missing for
 `timeout` seconds is down.
 """
 
+import asyncio
 import json
 import logging
 import time
@@ -98,10 +99,18 @@ class MediaNodes:
         headers: dict[str, str] = {}
         propagate.inject(headers)  # one trace from the WebSocket to the media node
         try:
-            msg = await self._nc.request(
-                media_command(node_id, op), json.dumps(body).encode(),
-                timeout=self.request_timeout, headers=headers,
-            )  # fmt: skip
+            for attempt in range(2):
+                try:
+                    msg = await self._nc.request(
+                        media_command(node_id, op), json.dumps(body).encode(),
+                        timeout=self.request_timeout, headers=headers,
+                    )  # fmt: skip
+                    break
+                except nats.errors.NoRespondersError:
+                    # A node that just (re)subscribed can miss the first request.
+                    if attempt:
+                        raise
+                    await asyncio.sleep(0.1)
             reply = json.loads(msg.data)
         except (nats.errors.Error, TimeoutError) as exc:
             raise RequestError("unavailable", f"media node {node_id} did not answer") from exc

@@ -207,10 +207,15 @@ function onEvent(type, d) {
     case "chat.message": addChat(d); break;
     case "chat.deleted": { const el = document.querySelector(`[data-message="${CSS.escape(d.message_id || d.id)}"]`); if (el) el.remove(); break; }
     case "qa.asked": case "qa.upvoted": case "qa.answered": case "qa.dismissed": {
-      const q = d.question || d; if (q.id) S.questions.set(q.id, { ...(S.questions.get(q.id) || {}), ...q }); renderQuestions(); break;
+      const id = d.id || d.question_id;
+      const update = type === "qa.dismissed" ? { status: "dismissed" } : d;
+      if (id) S.questions.set(id, { ...(S.questions.get(id) || {}), ...update, id });
+      renderQuestions(); break;
     }
     case "poll.opened": case "poll.voted": case "poll.closed": {
-      const p = d.poll || d; if (p.id) S.polls.set(p.id, { ...(S.polls.get(p.id) || {}), ...p }); renderPolls(); break;
+      const id = d.id || d.poll_id;
+      if (id) S.polls.set(id, { ...(S.polls.get(id) || {}), ...d, id });
+      renderPolls(); break;
     }
     case "slots.changed": S.slotMap = d.slots || {}; renderSlots(); break;
     case "media.node.down": resubscribe(); if (S.pub) republish(); break;
@@ -380,7 +385,7 @@ function cfgIceServers() { return (window.WEBINAR_CONFIG && window.WEBINAR_CONFI
 function addChat(m) {
   const div = document.createElement("div");
   div.className = "msg"; div.dataset.message = m.id || m.message_id || "";
-  const who = document.createElement("span"); who.className = "who"; who.textContent = (m.from && m.from.name) || m.name || "";
+  const who = document.createElement("span"); who.className = "who"; who.textContent = (m.sender && m.sender.name) || m.name || "";
   const to = document.createElement("span"); to.className = "to";
   if (m.to && m.to !== "everyone") to.textContent = m.to === "panelists" ? "(to speakers) " : "(private) ";
   const text = document.createElement("span"); text.className = "text"; text.textContent = m.text;
@@ -400,7 +405,7 @@ function renderQuestions() {
     const div = document.createElement("div"); div.className = "question"; div.dataset.question = q.id;
     const votes = document.createElement("span"); votes.className = "votes"; votes.textContent = `▲ ${q.votes || 0}`;
     const text = document.createElement("span"); text.className = "text"; text.textContent = q.text;
-    const by = document.createElement("div"); by.className = "to"; by.textContent = (q.anonymous ? "anonymous" : (q.author && q.author.name) || q.name || "") + (q.answer ? ` · answered: ${q.answer}` : q.status === "answered" ? " · answered live" : "");
+    const by = document.createElement("div"); by.className = "to"; by.textContent = (q.anonymous ? "anonymous" : q.name || "") + (q.answer ? ` · answered: ${q.answer}` : q.answered_live ? " · answered live" : "");
     const up = document.createElement("button"); up.className = "secondary"; up.textContent = "Upvote";
     up.onclick = () => act("qa.upvote", { question_id: q.id });
     div.append(votes, text, " ", up, by);
@@ -423,7 +428,7 @@ function renderPolls() {
     (p.options || []).forEach((opt, i) => {
       const row = document.createElement("div"); row.className = "row";
       const label = typeof opt === "string" ? opt : opt.text;
-      const count = p.results ? ` — ${p.results[i] ?? 0}` : "";
+      const count = Array.isArray(p.counts) ? ` — ${p.counts[i] ?? 0}` : "";
       const b = document.createElement("button"); b.className = "secondary"; b.textContent = label + count;
       b.disabled = p.status === "closed";
       b.onclick = () => act("poll.vote", { poll_id: p.id, choices: [i] });
