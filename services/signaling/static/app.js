@@ -171,6 +171,7 @@ async function loadLists() {
 // ---- events ------------------------------------------------------------------
 function onEvent(type, d) {
   const pid = d.participant_id;
+  if (pid && d.name && S.names[pid] !== d.name) { S.names[pid] = d.name; renderSlots(); }
   switch (type) {
     case "webinar.started":
       S.webinar.status = "live";
