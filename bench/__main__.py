@@ -1,0 +1,3 @@
+from bench.sfu import cli
+
+cli()

@@ -1,0 +1,1 @@
+"""Media node: an SFU on aiortc that forwards RTP without transcoding."""
