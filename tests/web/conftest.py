@@ -28,21 +28,41 @@ class Platform:
     organizer_key: str
     webinar_id: str
     links: dict[str, str]
+    data_dir: Path
 
-    def register(self, name: str, email: str) -> str:
-        resp = httpx.post(f"{self.registry_url}/v1/webinars/{self.webinar_id}/registrations",
+    def create_webinar(self, **fields: object) -> str:
+        body = {"title": "Small room", "starts_at": "2030-01-01T10:00:00Z",
+                "duration_minutes": 30, **fields}  # fmt: skip
+        resp = httpx.post(f"{self.registry_url}/v1/webinars", json=body,
+                          headers={"Authorization": f"Bearer {self.organizer_key}"})  # fmt: skip
+        resp.raise_for_status()
+        return str(resp.json()["id"])
+
+    def add_panelist(self, webinar_id: str, name: str, email: str) -> str:
+        resp = httpx.post(f"{self.registry_url}/v1/webinars/{webinar_id}/panelists",
+                          json={"name": name, "email": email},
+                          headers={"Authorization": f"Bearer {self.organizer_key}"})  # fmt: skip
+        resp.raise_for_status()
+        return str(resp.json()["join_url"])
+
+    def register_to(self, webinar_id: str, name: str, email: str) -> str:
+        resp = httpx.post(f"{self.registry_url}/v1/webinars/{webinar_id}/registrations",
                           json={"name": name, "email": email})  # fmt: skip
         resp.raise_for_status()
         return str(resp.json()["join_url"])
+
+    def register(self, name: str, email: str) -> str:
+        return self.register_to(self.webinar_id, name, email)
 
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     ports = {k: str(free_port()) for k in ("REGISTRY_PORT", "SIGNALING_PORT", "CHAT_PORT")}
+    data_dir = tmp_path_factory.mktemp("devstack")
     env = {**os.environ, **ports, "MEDIA_HTTP_PORT": str(free_port()),
            "NATS_URL": f"nats://127.0.0.1:{free_port()}",
            "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-           "DEVSTACK_DATA": str(tmp_path_factory.mktemp("devstack"))}  # fmt: skip
+           "DEVSTACK_DATA": str(data_dir)}  # fmt: skip
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log = open(ARTIFACTS / "web-stack.log", "w")  # noqa: SIM115 - open for the fixture's life
     proc = subprocess.Popen([sys.executable, "-m", "scripts.devstack"], cwd=ROOT, env=env,
@@ -75,7 +95,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     try:
         yield Platform(f"http://127.0.0.1:{ports['SIGNALING_PORT']}",
                        f"http://127.0.0.1:{ports['REGISTRY_PORT']}", key.group(1) if key else "",
-                       match.group(1), links)  # fmt: skip
+                       match.group(1), links, data_dir)  # fmt: skip
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:

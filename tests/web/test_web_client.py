@@ -7,6 +7,7 @@ import time
 import httpx
 from playwright.sync_api import Browser, Page, expect
 
+from services.common.tokens import Role, TokenIssuer
 from tests.web.browser import DECODED_JS, SCREENSHOTS
 from tests.web.conftest import Platform
 
@@ -160,3 +161,48 @@ def test_webinar_from_lobby_to_stage(platform: Platform, browser: Browser):
                      headers={"Authorization": f"Bearer {platform.organizer_key}"})  # fmt: skip
     names = {row["name"] for row in resp.json()["attendees"]}
     assert {"Ann Attendee", "Bob Attendee", "Pat Panelist"} <= names
+
+
+def test_failure_states(platform: Platform, browser: Browser):
+    # An expired link, signed with the platform's own key.
+    private = (platform.data_dir / "keys" / "join-private.pem").read_text()
+    expired = TokenIssuer(private).issue(platform.webinar_id, "a_late", "Late", Role.ATTENDEE,
+                                         int(time.time()) - 60)  # fmt: skip
+    page = open_page(browser, f"{platform.web_url}/join?token={expired}")
+    expect(page.locator("#state")).to_have_attribute("data-state", "expired")
+    expect(page.locator("#state-title")).to_have_text("This link has expired")
+    shot(page, "expired")
+    page.context.close()
+
+    # A full webinar: two registered, then the organizer lowers the capacity to one.
+    small = platform.create_webinar(capacity=2)
+    first_link = platform.register_to(small, "First", "first@example.org")
+    second_link = platform.register_to(small, "Second", "second@example.org")
+    resp = httpx.patch(f"{platform.registry_url}/v1/webinars/{small}", json={"capacity": 1},
+                       headers={"Authorization": f"Bearer {platform.organizer_key}"})  # fmt: skip
+    assert resp.status_code == 200
+    time.sleep(2.5)  # signaling caches webinar data for 2 s
+    first = open_page(browser, first_link)
+    expect(first.locator("#state")).to_have_attribute("data-state", "lobby")
+    second = open_page(browser, second_link)
+    expect(second.locator("#state")).to_have_attribute("data-state", "full")
+    expect(second.locator("#state-title")).to_have_text("This webinar is full")
+    shot(second, "full")
+    first.context.close()
+    second.context.close()
+
+
+def test_camera_denied_and_reconnecting(platform: Platform, browser: Browser):
+    webinar = platform.create_webinar(title="Rehearsal")
+    page = open_page(browser, platform.add_panelist(webinar, "Rita", "rita@example.org"))
+    expect(page.locator("#publish")).to_be_visible()
+    page.evaluate("""() => { navigator.mediaDevices.getUserMedia = () =>
+        Promise.reject(new DOMException('Permission denied', 'NotAllowedError')); }""")
+    page.click("#publish")
+    expect(page.locator("#banner")).to_contain_text("Camera or microphone access was denied")
+    shot(page, "camera-denied")
+    page.evaluate("window.webinarState.ws.close()")
+    expect(page.locator("#banner")).to_have_text("Reconnecting…")
+    expect(page.locator("#banner")).to_be_hidden()
+    expect(page.locator("#room")).to_be_visible()
+    page.context.close()

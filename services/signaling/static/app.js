@@ -94,6 +94,8 @@ function finalError(code, message) {
     S.closedFinal = true; showState("This webinar is full", "All seats are taken. Try again later.", "full");
   } else if (m.includes("ended")) {
     S.closedFinal = true; showState("The webinar has ended", "Thank you for attending.", "ended");
+  } else if (m.includes("elsewhere")) {
+    S.closedFinal = true; showState("You joined from another tab or device", "This page is no longer connected.", "replaced");
   } else if (m.includes("locked")) {
     S.closedFinal = true; showState("The room is locked", "The host locked the room.", "locked");
   } else if (code === "unauthorized" || m.includes("token")) {
