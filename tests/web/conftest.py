@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
            "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
            "DEVSTACK_DATA": str(data_dir)}  # fmt: skip
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log = open(ARTIFACTS / "web-stack.log", "w")  # noqa: SIM115 - open for the fixture's life
+    log = open(ARTIFACTS / "web-stack.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "scripts.devstack"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)  # fmt: skip
@@ -84,7 +85,6 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     assert match, "make run did not print its links:\n" + out[-3000:]
     links = dict(re.findall(r"^\s+(host|panelist|attendee):\s+(\S+)$", out, re.M))
     key = re.search(r"organizer key: (\S+)", out)
-    import threading
 
     def keep_logging() -> None:
         for rest in proc.stdout:  # type: ignore[union-attr]

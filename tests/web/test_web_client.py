@@ -140,12 +140,16 @@ def test_webinar_from_lobby_to_stage(platform: Platform, browser: Browser):
     expect(ann.locator("#local-tile")).to_be_visible()
     wait_for_media(bob, min_videos=3)
     expect(bob.locator("#stage .tile:not(.hidden)")).to_have_count(3)
-    expect(bob.locator("#stage .tile:not(.hidden)").filter(has_text="Ann Attendee")).to_have_count(1)
+    expect(bob.locator("#stage .tile:not(.hidden)").filter(has_text="Ann Attendee")).to_have_count(
+        1
+    )
     shot(bob, "attendee-promoted-speaker")
 
     # The host removes Bob, who sees the removed screen and cannot come back.
     host.click("button[data-tab=people]")
-    host.locator("#people-list [data-person]", has_text="Bob Attendee").locator("button", has_text="Remove").click()
+    host.locator("#people-list [data-person]", has_text="Bob Attendee").locator(
+        "button", has_text="Remove"
+    ).click()
     expect(bob.locator("#state")).to_have_attribute("data-state", "removed")
     shot(bob, "removed")
     bob.reload()
