@@ -13,9 +13,9 @@ from nats.aio.msg import Msg
 
 from services.common.connections import (
     connect_nats,
-    shutdown,
     ensure_events_stream,
     redis_client,
+    shutdown,
     wait_for_redis,
 )
 from services.common.outbox import Outbox
