@@ -70,10 +70,14 @@ async def ensure_events_stream(js: JetStreamContext) -> None:
             await asyncio.sleep(RETRY_DELAY)
 
 
-def redis_client(url: str) -> aioredis.Redis:
-    """A client that retries a command across short outages."""
-    return aioredis.Redis.from_url(
+def redis_client(url: str, max_connections: int = 200) -> aioredis.Redis:
+    """A client that retries a command across short outages. The pool blocks (up to
+    5 s) when all connections are busy instead of failing at once, so a burst of work
+    (hundreds of clients leaving together) waits its turn rather than being lost."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=5,
         decode_responses=True,
         socket_connect_timeout=2,
         socket_timeout=5,
@@ -81,6 +85,7 @@ def redis_client(url: str) -> aioredis.Redis:
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 async def wait_for_redis(client: aioredis.Redis, url: str) -> None:

@@ -23,7 +23,7 @@ class SignalingSettings(CommonSettings):
     # A participant who reconnects within this many seconds resumes without left/joined.
     signaling_reconnect_grace_seconds: float = 10.0
     # A replica silent this long is dead; its clients' grace periods start then.
-    signaling_replica_timeout_seconds: float = 5.0
+    signaling_replica_timeout_seconds: float = 15.0
     # Largest accepted WebSocket text frame; bigger frames get an `invalid` error.
     signaling_max_frame_bytes: int = 64 * 1024
     # Largest SDP offer accepted in publish/subscribe.

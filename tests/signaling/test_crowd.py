@@ -30,3 +30,23 @@ async def test_concurrent_joins_fill_capacity_exactly_and_all_hear_the_start(sta
     assert len(hands["hands"]) == 10
     joined = {e["participant_id"] for e in room.events.of("participant.joined")}
     assert len(joined) == 31
+
+
+async def test_a_crowd_leaving_at_once_all_leave(stack: Stack):
+    """More clients than Redis connections in the pool leave together: none is left behind
+    as a phantom participant (each gets its grace period, then participant.left)."""
+    room = await stack.webinar(capacity=300)
+    host = await room.started(replica=0)
+    clients = await asyncio.gather(*(
+        stack.join(room.token("attendee", pid=f"c_{i:03d}"), replica=i % 2) for i in range(240)
+    ))  # fmt: skip
+    await asyncio.gather(*(c.close() for c in clients))
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        present = (await host.ok("participant.list"))["participants"]
+        if len(present) == 1 or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    assert [p["id"] for p in present] == [host.welcome["participant"]["id"]]
+    left = {e["participant_id"] for e in room.events.of("participant.left")}
+    assert len(left) == 240
