@@ -46,7 +46,12 @@ from services.chat.polls import Polls
 from services.chat.questions import Questions
 from services.chat.settings import ChatSettings
 from services.chat.webinars import Webinars
-from services.common.connections import ensure_events_stream, redis_client, wait_for_redis
+from services.common.connections import (
+    ensure_events_stream,
+    redis_answers,
+    redis_client,
+    wait_for_redis,
+)
 from services.common.outbox import Outbox
 from services.common.subjects import chat_command
 from services.common.telemetry import setup_logging, setup_tracing
@@ -139,10 +144,7 @@ class ChatService:
     chat: Chat
 
     async def ready(self) -> dict[str, bool]:
-        try:
-            redis_ok = bool(await self.redis.ping())
-        except Exception:  # noqa: BLE001 - not reachable is the answer
-            redis_ok = False
+        redis_ok = await redis_answers(self.redis)
         return {"nats": await self.broker.ping(timeout=1.0), "redis": redis_ok}
 
 

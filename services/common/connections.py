@@ -119,3 +119,13 @@ async def shutdown(tasks: list[asyncio.Task[None]], nc: NATS, redis: aioredis.Re
     except Exception:  # noqa: BLE001 - a server that is away cannot be drained
         await nc.close()
     await redis.aclose()
+
+
+async def redis_answers(redis: aioredis.Redis | None) -> bool:
+    """For health checks: does Redis answer a PING right now?"""
+    if redis is None:
+        return False
+    try:
+        return bool(await redis.ping())
+    except Exception:  # noqa: BLE001 - not reachable is the answer
+        return False

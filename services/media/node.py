@@ -173,14 +173,14 @@ class MediaNode:
     # --- publish ----------------------------------------------------------------------
 
     async def publish(self, webinar_id: str, participant_id: str, sdp: str) -> str:
-        room = self._room(webinar_id)
-        if room.is_edge:
-            raise MediaError(
-                "conflict", f"webinar {webinar_id} has its origin on {room.origin_node}"
-            )
         offer = _parse(sdp)
         if not any(m.direction in ("sendrecv", "sendonly") for m in offer):
             raise MediaError("invalid", "the offer sends no media")
+        room = self._room(webinar_id)
+        if room.is_edge:
+            # Signaling sends publishers to the webinar's origin only: this edge's origin
+            # went down and signaling made this node the new one.
+            await self._repoint(room, self.node_id)
         await self.unpublish(webinar_id, participant_id)
         pc = self._new_pc()
         try:
@@ -316,15 +316,19 @@ class MediaNode:
     async def subscribe(
         self, webinar_id: str, participant_id: str, sdp: str, origin_node: str | None = None
     ) -> str:
-        if origin_node == self.node_id:
-            origin_node = None
-        existing = self.rooms.get(webinar_id)
-        if existing is not None and origin_node and existing.origin_node != origin_node:
-            if not existing.is_edge:
-                origin_node = None  # this node is the origin; signaling's view is stale
         offer = _parse(sdp)
         if not any(m.direction in ("recvonly", "sendrecv") for m in offer):
             raise MediaError("invalid", "the offer receives no media")
+        existing = self.rooms.get(webinar_id)
+        if existing is not None and existing.is_edge and origin_node == self.node_id:
+            await self._repoint(existing, self.node_id)  # the old origin went down
+        if origin_node == self.node_id:
+            origin_node = None
+        if existing is not None and origin_node and existing.origin_node != origin_node:
+            if not existing.is_edge:
+                origin_node = None  # this node is the origin; signaling's view is stale
+            else:
+                await self._repoint(existing, origin_node)  # the old origin went down
         room = self._room(webinar_id, origin_node)
         if room.is_edge and not room.unsubscribe:
             try:
@@ -390,6 +394,28 @@ class MediaNode:
 
         log.info("subscriber %s in %s (%d slots)", participant_id, webinar_id, len(placed))
         return answer_sdp
+
+    async def _repoint(self, room: Room, origin_node: str) -> None:
+        """Signaling moved the webinar's origin (the old one went down): forget the old
+        origin's tracks and slots; as the new origin this node takes the publishers, as
+        an edge it attaches to the new origin on the next subscribe."""
+        log.warning("%s: origin %s -> %s", room.webinar_id, room.origin_node, origin_node)
+        for unsubscribe in room.unsubscribe:
+            with contextlib.suppress(Exception):
+                await unsubscribe()
+        room.unsubscribe = []
+        for source in room.sources.values():
+            for leg in list(source.legs):
+                leg.detach()
+        room.sources.clear()
+        room.tracks.clear()
+        room.live.clear()
+        room.origin_node = origin_node
+        room.is_edge = origin_node != self.node_id
+        if room.is_edge:
+            self._apply_slots(room, room.slots.assign([]))
+        else:
+            self._refresh_slots(room)  # empty until the speakers publish here
 
     async def leave_subscriber(self, webinar_id: str, participant_id: str) -> None:
         room = self.rooms.get(webinar_id)

@@ -14,6 +14,7 @@ from nats.aio.msg import Msg
 from services.common.connections import (
     connect_nats,
     ensure_events_stream,
+    redis_answers,
     redis_client,
     shutdown,
     wait_for_redis,
@@ -84,12 +85,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     async def ready() -> dict[str, bool]:
         nc = state.get("nats")
         reg: Registry | None = getattr(app.state, "registry", None)
-        redis_ok = False
-        if reg is not None:
-            try:
-                redis_ok = bool(await reg.store.redis.ping())
-            except Exception:  # noqa: BLE001
-                redis_ok = False
+        redis_ok = await redis_answers(reg.store.redis if reg else None)
         return {"nats": bool(nc and nc.is_connected), "redis": redis_ok}
 
     add_health_and_metrics(app, ready)

@@ -10,6 +10,7 @@ from fastapi import FastAPI, WebSocket
 from services.common.connections import (
     connect_nats,
     ensure_events_stream,
+    redis_answers,
     redis_client,
     shutdown,
     wait_for_redis,
@@ -78,12 +79,7 @@ def create_app(settings: SignalingSettings | None = None) -> FastAPI:
 
     async def ready() -> dict[str, bool]:
         svc = holder.get("svc")
-        redis_ok = False
-        if svc is not None:
-            try:
-                redis_ok = bool(await svc.redis.ping())
-            except Exception:  # noqa: BLE001
-                redis_ok = False
+        redis_ok = await redis_answers(svc.redis if svc else None)
         return {"nats": bool(svc and svc.nc.is_connected), "redis": redis_ok}
 
     add_health_and_metrics(app, ready)

@@ -185,6 +185,12 @@ class Source:
             if delta > 0:
                 if 1 < delta <= MAX_NACK_GAP and self.on_loss is not None:
                     self.on_loss(self, [(self._max_seq + i) & 0xFFFF for i in range(1, delta)])
+                elif delta > MAX_NACK_GAP:
+                    # A hole nobody will fill (an edge gets nothing from its origin while
+                    # the track is muted): legs re-base at the next keyframe, so that
+                    # their subscribers see no gap to wait for (aiortc's jitter buffer
+                    # stalls on one until 512 packets later).
+                    self.epoch += 1
                 if h.seq < self._max_seq:
                     self._cycles += 1 << 16
                 self._max_seq = h.seq
