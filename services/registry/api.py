@@ -158,8 +158,8 @@ async def host_link(webinar: Owned, reg: Reg) -> JoinLink:
 
 @router.post("/webinars/{webinar_id}/panelists", status_code=201)
 async def add_panelist(body: PanelistCreate, webinar: Owned, reg: Reg) -> JoinLink:
-    panelist = await reg.store.add_panelist(webinar.id, body.name, str(body.email))
-    return reg.join_link(webinar, panelist.id, panelist.name, Role.PANELIST)
+    panelist = await reg.store.add_panelist(webinar.id, body.name, str(body.email), body.role)
+    return reg.join_link(webinar, panelist.id, panelist.name, Role(body.role.value))
 
 
 @router.get("/webinars/{webinar_id}/panelists")

@@ -133,15 +133,23 @@ class WebinarCreated(BaseModel):
     registration_url: str
 
 
+class SpeakerRole(StrEnum):
+    PANELIST = "panelist"
+    COHOST = "cohost"
+
+
 class PanelistCreate(Strict):
     name: Name
     email: EmailStr
+    # A cohost moderates like the host (promote, mute, remove); a panelist speaks.
+    role: SpeakerRole = SpeakerRole.PANELIST
 
 
 class Panelist(BaseModel):
     id: str
     name: str
     email: str
+    role: SpeakerRole = SpeakerRole.PANELIST
     created_at: datetime
 
 

@@ -17,6 +17,7 @@ from services.registry.models import (
     Panelist,
     Registration,
     RegistrationStatus,
+    SpeakerRole,
     Status,
     Webinar,
 )
@@ -110,14 +111,12 @@ class RegistryStore:
         self.outbox.notify()
 
     # panelists ----------------------------------------------------------------
-    async def add_panelist(self, webinar_id: str, name: str, email: str) -> Panelist:
-        panelist = Panelist(id=new_id("p_"), name=name, email=email, created_at=now())
-        event = make_event(
-            "panelist.added",
-            webinar_id,
-            {"participant_id": panelist.id, "name": name, "role": "panelist"},
-            SOURCE,
-        )
+    async def add_panelist(
+        self, webinar_id: str, name: str, email: str, role: SpeakerRole
+    ) -> Panelist:
+        panelist = Panelist(id=new_id("p_"), name=name, email=email, role=role, created_at=now())
+        data = {"participant_id": panelist.id, "name": name, "role": role.value}
+        event = make_event("panelist.added", webinar_id, data, SOURCE)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(f"{_wkey(webinar_id)}:panelists", panelist.id, panelist.model_dump_json())
             self.outbox.stage(pipe, event)
