@@ -14,6 +14,7 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from opentelemetry import propagate, trace
 from prometheus_client import Counter, Gauge
 
 from services.common.connections import (
@@ -28,6 +29,7 @@ from services.common.subjects import MEDIA_HEARTBEAT
 from services.media.node import MediaError, MediaNode, MessageHandler
 from services.media.settings import MediaSettings
 
+tracer = trace.get_tracer("media")
 log = logging.getLogger("media.service")
 
 SUBSCRIBERS = Gauge("webinar_media_subscribers", "Subscriber connections on this node", ["node"])
@@ -97,6 +99,13 @@ class MediaService:
 
     async def _serve(self, msg: Msg) -> None:
         op = msg.subject.split(".", 3)[-1]
+        # Continue the caller's trace: one trace from the WebSocket to this node.
+        context = propagate.extract(msg.headers or {})
+        with tracer.start_as_current_span(f"media {op}", context=context,
+                                          kind=trace.SpanKind.SERVER):  # fmt: skip
+            await self._answer(msg, op)
+
+    async def _answer(self, msg: Msg, op: str) -> None:
         try:
             args = json.loads(msg.data or b"{}")
             if not isinstance(args, dict):

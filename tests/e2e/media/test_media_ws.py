@@ -304,3 +304,25 @@ async def test_origin_node_down_moves_the_speaker_and_viewers_to_the_other_node(
     assert edge.subscribers(room.id) == {"a_near", "a_far"}
     # The new origin announces its own slot map.
     await slots_now(far, since, **{VIDEO_MIDS[0]: {"participant_id": "p_pia", "kind": "video"}})
+
+
+async def test_one_trace_follows_a_publish_from_the_websocket_to_the_media_node(
+    media: MediaStack,
+):
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)  # installed by the services' setup_tracing
+    spans = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    room = await media.room()
+    host = await room.started(replica=0)
+    await media.publish(host)
+    finished = {s.name: s for s in spans.get_finished_spans()}
+    spans.shutdown()
+    ws, node = finished["ws publish"], finished["media publish"]
+    assert node.context.trace_id == ws.context.trace_id
+    assert node.parent is not None and node.kind == trace.SpanKind.SERVER
