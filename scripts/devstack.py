@@ -39,6 +39,7 @@ SIGNALING_PORT = os.environ.get("SIGNALING_PORT", "8080")
 REGISTRY_PORT = os.environ.get("REGISTRY_PORT", "8081")
 CHAT_PORT = os.environ.get("CHAT_PORT", "8083")
 MEDIA_PORT = int(os.environ.get("MEDIA_HTTP_PORT", "8091"))
+RESTREAM_PORT = os.environ.get("RESTREAM_PORT", "8084")
 SIGNALING_URL = f"http://127.0.0.1:{SIGNALING_PORT}"
 REGISTRY_URL = f"http://127.0.0.1:{REGISTRY_PORT}"
 
@@ -53,7 +54,8 @@ SERVICES = [
             "MEDIA_HTTP_PORT": str(MEDIA_PORT)}, f"http://127.0.0.1:{MEDIA_PORT}/healthz"),
     Service("media-2", "services.media", {"MEDIA_NODE_ID": "media-2",
             "MEDIA_HTTP_PORT": str(MEDIA_PORT + 1)}, f"http://127.0.0.1:{MEDIA_PORT + 1}/healthz"),
-    Service("restream", "services.restream", {"RESTREAM_PORT": "8084"}),
+    Service("restream", "services.restream", {"RESTREAM_PORT": RESTREAM_PORT},
+            f"http://127.0.0.1:{RESTREAM_PORT}/healthz"),
 ]  # fmt: skip
 
 COLOURS = ["36", "33", "35", "32", "34", "31", "96", "93"]

@@ -282,6 +282,6 @@ class Handlers:
         return await self._forward(chat_command(str(frame["type"])), conn, frame, "chat")
 
     async def forward_restream(self, conn: Connection, frame: dict[str, Any]) -> dict[str, Any]:
-        self._require_host(conn, "control restreams and recordings", frozenset({"host"}))
+        self._require_host(conn, "control restreams and recordings")
         subject = restream_command(str(frame["type"]))
         return await self._forward(subject, conn, frame, "restream")

@@ -23,7 +23,8 @@ def test_devstack_prints_working_links_and_stops_cleanly(tmp_path):
     env = {**os.environ, "NATS_URL": f"nats://127.0.0.1:{free_port()}",
            "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "DEVSTACK_DATA": str(tmp_path),
            "REGISTRY_PORT": str(registry_port), "SIGNALING_PORT": str(free_port()),
-           "CHAT_PORT": str(free_port()), "MEDIA_HTTP_PORT": str(free_port())}  # fmt: skip
+           "CHAT_PORT": str(free_port()), "MEDIA_HTTP_PORT": str(free_port()),
+           "RESTREAM_PORT": str(free_port())}  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "scripts.devstack"], cwd=ROOT, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,

@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import Browser, sync_playwright
 
 from tests.infra import free_port
+from tests.restream.conftest import rtmp_server  # noqa: F401 - the RTMP sink fixture
 from tests.web.browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,12 +33,16 @@ class Platform:
     data_dir: Path
 
     def create_webinar(self, **fields: object) -> str:
+        return self.create_webinar_with_host(**fields)[0]
+
+    def create_webinar_with_host(self, **fields: object) -> tuple[str, str]:
+        """A new webinar: (id, host join link)."""
         body = {"title": "Small room", "starts_at": "2030-01-01T10:00:00Z",
                 "duration_minutes": 30, **fields}  # fmt: skip
         resp = httpx.post(f"{self.registry_url}/v1/webinars", json=body,
                           headers={"Authorization": f"Bearer {self.organizer_key}"})  # fmt: skip
         resp.raise_for_status()
-        return str(resp.json()["id"])
+        return str(resp.json()["id"]), str(resp.json()["host"]["join_url"])
 
     def add_panelist(self, webinar_id: str, name: str, email: str) -> str:
         resp = httpx.post(f"{self.registry_url}/v1/webinars/{webinar_id}/panelists",
@@ -58,7 +63,8 @@ class Platform:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    ports = {k: str(free_port()) for k in ("REGISTRY_PORT", "SIGNALING_PORT", "CHAT_PORT")}
+    names = ("REGISTRY_PORT", "SIGNALING_PORT", "CHAT_PORT", "RESTREAM_PORT")
+    ports = {k: str(free_port()) for k in names}
     data_dir = tmp_path_factory.mktemp("devstack")
     env = {**os.environ, **ports, "MEDIA_HTTP_PORT": str(free_port()),
            "NATS_URL": f"nats://127.0.0.1:{free_port()}",

@@ -8,6 +8,8 @@ import httpx
 from playwright.sync_api import Browser, Page, expect
 
 from services.common.tokens import Role, TokenIssuer
+from tests.restream.conftest import Rtmp
+from tests.restream.test_restream import decode
 from tests.web.browser import DECODED_JS, SCREENSHOTS
 from tests.web.conftest import Platform
 
@@ -210,3 +212,37 @@ def test_camera_denied_and_reconnecting(platform: Platform, browser: Browser):
     expect(page.locator("#banner")).to_be_hidden()
     expect(page.locator("#room")).to_be_visible()
     page.context.close()
+
+
+def test_host_goes_live_to_an_rtmp_server_and_records(
+    platform: Platform, browser: Browser, rtmp_server: Rtmp
+):
+    _, host_link = platform.create_webinar_with_host(title="Live show")
+    host = open_page(browser, host_link)
+    host.click("button[data-tab=console]")
+    host.click("#webinar-start")
+    host.click("#publish")
+    expect(host.locator("#local-tile")).to_be_visible()
+    host.fill("#restream-url", rtmp_server.url("show"))
+    host.click("#restream-start")
+    live = host.locator("#restream-list [data-state=started]")
+    expect(live).to_be_visible(timeout=30_000)
+    assert "show" not in live.inner_text()  # the stream key is never shown back
+    host.click("#recording-start")
+    expect(host.locator("#recording-state")).to_have_text("● recording")
+    seen = decode(rtmp_server.url("show"), video=20, audio=10, within=30)
+    assert seen.video >= 20 and seen.audio >= 10, seen
+    assert seen.luma_levels > 10  # the host's camera, not a black picture
+    # The host sees their own preview once and never hears themselves back.
+    expect(host.locator("#stage .tile:not(.hidden)")).to_have_count(1)
+    own_audio = host.evaluate("""() => [...document.querySelectorAll('audio[data-mid]')]
+        .filter((a) => { const w = window.webinarState.slotMap[a.dataset.mid];
+                         return w && w.participant_id === window.webinarState.me.id; })
+        .map((a) => a.muted)""")
+    assert own_audio == [True]
+    shot(host, "host-live")
+    host.locator("#restream-list [data-state=started] button", has_text="Stop").click()
+    expect(host.locator("#restream-list [data-state=stopped]")).to_be_visible()
+    host.click("#recording-stop")
+    expect(host.locator("#recording-state")).to_have_text("saved")
+    host.context.close()

@@ -224,7 +224,8 @@ function onEvent(type, d) {
     case "media.node.down": resubscribe(); if (S.pub) republish(); break;
     case "restream.started": case "restream.failed": case "restream.stopped":
       S.restreams.set(d.restream_id, { ...d, state: type.split(".")[1] }); renderRestreams(); break;
-    case "recording.started": case "recording.stopped": $("recording-state").textContent = type.split(".")[1]; break;
+    case "recording.started": case "recording.stopped":
+      $("recording-state").textContent = type === "recording.started" ? "● recording" : "saved"; break;
     case "room.locked": case "room.unlocked": $("room-lock").textContent = type === "room.locked" ? "Unlock room" : "Lock room"; break;
     case "chat.disabled": case "chat.enabled": $("chat-disable").textContent = type === "chat.disabled" ? "Enable chat" : "Disable chat"; break;
   }
@@ -296,8 +297,9 @@ function attachSlot(mid, track, stream) {
 function renderSlots() {
   for (const [mid, t] of Object.entries(S.tiles || {})) {
     const who = S.slotMap[mid];
-    if (t.kind === "audio") continue;
-    t.el.classList.toggle("hidden", !who);
+    const mine = !!who && !!S.me && who.participant_id === S.me.id;
+    if (t.kind === "audio") { t.el.muted = mine; continue; }  // never hear yourself back
+    t.el.classList.toggle("hidden", !who || mine);  // your own preview is #local-tile
     t.el.dataset.participant = who ? who.participant_id : "";
     t.el.querySelector(".name").textContent = who ? (who.name || S.names[who.participant_id] || (S.people.get(who.participant_id) || {}).name || "") : "";
   }
@@ -474,7 +476,8 @@ function renderPeople() {
 function renderRestreams() {
   $("restream-list").replaceChildren(...[...S.restreams.values()].map((r) => {
     const row = document.createElement("div"); row.className = "row";
-    const s = document.createElement("span"); s.textContent = `${r.url || r.restream_id}: ${r.state}`;
+    const s = document.createElement("span"); s.textContent = `${r.destination || r.restream_id}: ${r.state}`;
+    row.dataset.restream = r.restream_id; row.dataset.state = r.state;
     row.append(s);
     if (r.state === "started") { const b = document.createElement("button"); b.className = "danger"; b.textContent = "Stop"; b.onclick = () => act("restream.stop", { restream_id: r.restream_id }); row.append(b); }
     return row;
@@ -509,7 +512,13 @@ $("webinar-start").onclick = () => act("webinar.start", {});
 $("webinar-end").onclick = () => act("webinar.end", {});
 $("room-lock").onclick = () => act("room.lock", { locked: $("room-lock").textContent === "Lock room" });
 $("chat-disable").onclick = () => act("chat.disable", { disabled: $("chat-disable").textContent === "Disable chat" });
-$("restream-start").onclick = async () => { const r = await act("restream.start", { url: $("restream-url").value }); if (r) { S.restreams.set(r.restream_id, { restream_id: r.restream_id, url: $("restream-url").value, state: "starting" }); renderRestreams(); } };
+$("restream-start").onclick = async () => {
+  const r = await act("restream.start", { url: $("restream-url").value });
+  if (!r) return;
+  const known = S.restreams.get(r.restream_id);  // the started event may come first
+  S.restreams.set(r.restream_id, { state: "starting", ...known, restream_id: r.restream_id, destination: r.destination });
+  $("restream-url").value = ""; renderRestreams();
+};
 $("recording-start").onclick = () => act("recording.start", {});
 $("recording-stop").onclick = () => act("recording.stop", {});
 
