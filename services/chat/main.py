@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-import nats.errors
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from faststream import FastStream
@@ -46,6 +45,12 @@ from services.chat.polls import Polls
 from services.chat.questions import Questions
 from services.chat.settings import ChatSettings
 from services.chat.webinars import Webinars
+from services.common.broker import (
+    cancel_until_done,
+    connect_broker,
+    health_app,
+    wait_until_served,
+)
 from services.common.connections import (
     ensure_events_stream,
     redis_answers,
@@ -55,7 +60,6 @@ from services.common.connections import (
 from services.common.outbox import Outbox
 from services.common.subjects import chat_command
 from services.common.telemetry import setup_logging, setup_tracing
-from services.common.web import add_health_and_metrics
 
 log = logging.getLogger("chat")
 SERVICE = "chat"
@@ -148,40 +152,9 @@ class ChatService:
         return {"nats": await self.broker.ping(timeout=1.0), "redis": redis_ok}
 
 
-async def _connect(broker: NatsBroker, url: str) -> None:
-    attempt = 0
-    while True:
-        try:
-            await broker.connect()
-            return
-        except Exception as exc:  # noqa: BLE001 - any failure means "not there yet"
-            attempt += 1
-            log.warning("NATS at %s not reachable (%s); retry %d", url, exc, attempt)
-            await asyncio.sleep(RETRY_DELAY)
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    """Cancel until it is done: on Python 3.11 `asyncio.wait_for` (which Outbox.run uses)
-    can swallow a cancellation that lands as its inner wait completes."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.1)
-
-
-async def _wait_reachable(broker: NatsBroker) -> None:
-    """Return once a command reaches a chat service (this one or another replica): the
-    server can answer "no responders" for a moment after the subscriptions are sent."""
-    probe = chat_command("qa.list")
-    command = {"webinar_id": "_probe", "participant": {"id": "_probe", "role": "attendee"}}
-    payload = json.dumps(command | {"args": {}}).encode()
-    for _ in range(100):
-        try:
-            await broker.connection.request(probe, payload, timeout=1.0)
-            return
-        except nats.errors.NoRespondersError:
-            await asyncio.sleep(0.05)
-        except nats.errors.TimeoutError:
-            return  # busy rather than absent
+# A harmless command that proves a replica serves requests.
+PROBE = json.dumps({"webinar_id": "_probe", "participant": {"id": "_probe", "role": "attendee"},
+                    "args": {}}).encode()  # fmt: skip
 
 
 @asynccontextmanager
@@ -190,7 +163,7 @@ async def running(settings: ChatSettings) -> AsyncIterator[ChatService]:
     redis = redis_client(settings.redis_url)
     await wait_for_redis(redis, settings.redis_url)
     broker = create_broker(settings)
-    await _connect(broker, settings.nats_url)
+    await connect_broker(broker, settings.nats_url)
     js = broker.connection.jetstream()
     await ensure_events_stream(js)
     outbox = Outbox(redis, js)
@@ -211,38 +184,20 @@ async def running(settings: ChatSettings) -> AsyncIterator[ChatService]:
     drainer = asyncio.create_task(outbox.run(), name="chat-outbox")
     try:
         await broker.start()
-        await _wait_reachable(broker)
+        await wait_until_served(broker, chat_command("qa.list"), PROBE)
         log.info("chat ready: svc.chat.* on %s", settings.nats_url)
         yield ChatService(settings, broker, redis, outbox, chat)
     finally:
         await broker.stop()
-        await _cancel(drainer)
+        await cancel_until_done(drainer)
         await redis.aclose()
 
 
 def create_app(settings: ChatSettings | None = None) -> FastAPI:
-    settings = settings or ChatSettings()
-    setup_logging(SERVICE, settings.log_level)
-    setup_tracing(SERVICE, settings.otel_exporter_otlp_endpoint)
-    state: dict[str, ChatService] = {}
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running(settings) as service:
-            state["service"] = service
-            yield
-            state.clear()
-
-    app = FastAPI(title="Webinar chat", version="1", lifespan=lifespan)
-
-    async def ready() -> dict[str, bool]:
-        service = state.get("service")
-        if service is None:
-            return {"nats": False, "redis": False}
-        return await service.ready()
-
-    add_health_and_metrics(app, ready)
-    return app
+    chosen = settings or ChatSettings()
+    setup_logging(SERVICE, chosen.log_level)
+    setup_tracing(SERVICE, chosen.otel_exporter_otlp_endpoint)
+    return health_app("Webinar chat", lambda: running(chosen))
 
 
 def asyncapi_app() -> FastStream:

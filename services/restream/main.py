@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import nats.errors
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from faststream.nats import NatsBroker
@@ -26,6 +25,12 @@ from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from prometheus_client import REGISTRY
 
+from services.common.broker import (
+    cancel_until_done,
+    connect_broker,
+    health_app,
+    wait_until_served,
+)
 from services.common.connections import (
     ensure_events_stream,
     redis_answers,
@@ -34,7 +39,6 @@ from services.common.connections import (
 )
 from services.common.outbox import Outbox
 from services.common.telemetry import setup_logging, setup_tracing
-from services.common.web import add_health_and_metrics
 from services.media import aiortc_adapter
 from services.restream.service import Restreamer, instance_stop_subject
 from services.restream.settings import RestreamSettings
@@ -111,37 +115,8 @@ class RestreamService:
         return {"nats": await self.broker.ping(timeout=1.0), "redis": redis_ok}
 
 
-async def _connect(broker: NatsBroker, url: str) -> None:
-    attempt = 0
-    while True:
-        try:
-            await broker.connect()
-            return
-        except Exception as exc:  # noqa: BLE001 - any failure means "not there yet"
-            attempt += 1
-            log.warning("NATS at %s not reachable (%s); retry %d", url, exc, attempt)
-            await asyncio.sleep(RETRY_DELAY)
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.1)
-
-
-async def _wait_reachable(broker: NatsBroker) -> None:
-    """Return once a command reaches a restream service (this replica or another)."""
-    payload = json.dumps({"webinar_id": "_probe", "participant": {"role": "attendee"}})
-    for _ in range(100):
-        try:
-            await broker.connection.request(
-                command_subject("restream.stop"), payload.encode(), timeout=1.0
-            )
-            return
-        except nats.errors.NoRespondersError:
-            await asyncio.sleep(0.05)
-        except nats.errors.TimeoutError:
-            return
+# A harmless command that proves a replica serves requests.
+PROBE = json.dumps({"webinar_id": "_probe", "participant": {"role": "attendee"}}).encode()
 
 
 @asynccontextmanager
@@ -153,7 +128,7 @@ async def running(settings: RestreamSettings) -> AsyncIterator[RestreamService]:
     redis = redis_client(settings.redis_url)
     await wait_for_redis(redis, settings.redis_url)
     broker = create_broker(settings, instance_id)
-    await _connect(broker, settings.nats_url)
+    await connect_broker(broker, settings.nats_url)
     js = broker.connection.jetstream()
     await ensure_events_stream(js)
     outbox = Outbox(redis, js)
@@ -163,36 +138,18 @@ async def running(settings: RestreamSettings) -> AsyncIterator[RestreamService]:
     drainer = asyncio.create_task(outbox.run(), name="restream-outbox")
     try:
         await broker.start()
-        await _wait_reachable(broker)
+        await wait_until_served(broker, command_subject("restream.stop"), PROBE)
         log.info("restream ready: svc.restream.* on %s", settings.nats_url)
         yield RestreamService(settings, broker, redis, restreamer)
     finally:
         await restreamer.stop()
         await broker.stop()
-        await _cancel(drainer)
+        await cancel_until_done(drainer)
         await redis.aclose()
 
 
 def create_app(settings: RestreamSettings | None = None) -> FastAPI:
-    settings = settings or RestreamSettings()
-    setup_logging(SERVICE, settings.log_level)
-    setup_tracing(SERVICE, settings.otel_exporter_otlp_endpoint)
-    state: dict[str, RestreamService] = {}
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running(settings) as service:
-            state["service"] = service
-            yield
-            state.clear()
-
-    app = FastAPI(title="Webinar restream", version="1", lifespan=lifespan)
-
-    async def ready() -> dict[str, bool]:
-        service = state.get("service")
-        if service is None:
-            return {"nats": False, "redis": False}
-        return await service.ready()
-
-    add_health_and_metrics(app, ready)
-    return app
+    chosen = settings or RestreamSettings()
+    setup_logging(SERVICE, chosen.log_level)
+    setup_tracing(SERVICE, chosen.otel_exporter_otlp_endpoint)
+    return health_app("Webinar restream", lambda: running(chosen))
