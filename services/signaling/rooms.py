@@ -513,6 +513,13 @@ class RoomStore:
 
         return await self._watched([state_k], body)
 
+    async def active_webinars(self) -> list[str]:
+        return _strs(await self.redis.smembers(ACTIVE_KEY))
+
+    async def media_node_up(self, webinar_id: str, node: str) -> None:
+        data = {"node_id": node}
+        await self.outbox.add(make_event("media.node.up", webinar_id, data, self.source))
+
     async def webinars_on_node(self, node: str) -> list[str]:
         """Active webinars whose origin is `node` or with a participant on it."""
         found = []

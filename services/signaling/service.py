@@ -340,14 +340,31 @@ class Signaling:
             await asyncio.sleep(0.25)
 
     async def watch_media_forever(self) -> None:
-        """Media nodes that stopped sending heartbeats are down: move their clients."""
+        """Media nodes that stopped sending heartbeats are down: move their clients.
+        Nodes that start beating are announced to the live webinars."""
+        known: set[str] = set()
         while True:
             await asyncio.sleep(0.25)
             for node in self.media.expired():
+                known.discard(node)
                 try:
                     await self.media_node_down(node)
                 except Exception as exc:  # noqa: BLE001 - keep watching
                     log.warning("handling media node %s down failed: %s", node, exc)
+            for node in set(self.media.nodes) - known:
+                try:
+                    await self.media_node_up(node)
+                    known.add(node)
+                except Exception as exc:  # noqa: BLE001 - retried on the next round
+                    log.warning("announcing media node %s failed: %s", node, exc)
+
+    async def media_node_up(self, node: str) -> None:
+        # One replica announces it (the key also ends a previous down period).
+        if await self.redis.set(f"sig:media:up:{node}", self.replica, nx=True):
+            await self.redis.delete(f"sig:media:down:{node}")
+            log.info("media node %s is up", node)
+            for webinar_id in await self.store.active_webinars():
+                await self.store.media_node_up(webinar_id, node)
 
     async def media_node_down(self, node: str) -> None:
         log.warning("media node %s is down", node)
@@ -364,6 +381,7 @@ class Signaling:
                            "message": "media node went away; publish/subscribe again"})  # fmt: skip
         # One replica records it and publishes the events.
         if await self.redis.set(f"sig:media:down:{node}", self.replica, nx=True, ex=30):
+            await self.redis.delete(f"sig:media:up:{node}")
             for webinar_id in await self.store.webinars_on_node(node):
                 was_origin = await self.store.clear_origin(webinar_id, node)
                 await self.store.forget_node(webinar_id, node)

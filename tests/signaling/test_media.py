@@ -1,5 +1,8 @@
 """publish/subscribe: SDP checks, placement on media nodes, and nodes going down."""
 
+import asyncio
+import uuid
+
 from tests.signaling.conftest import OFFER, Stack
 
 
@@ -74,3 +77,14 @@ async def test_media_node_down_moves_its_clients(stack: Stack):
     assert await stack.redis.hget(f"sig:{room.id}:state", "origin") == reply["node_id"]
     await n2.stop()
     await room.events.wait("media.node.down", node_id="n2")
+
+
+async def test_a_media_node_that_starts_is_announced_once_to_live_webinars(stack: Stack):
+    room = await stack.webinar()
+    await room.started(replica=0)
+    node_id = f"fresh-{uuid.uuid4().hex[:8]}"
+    await stack.media_node(node_id)
+    up = await room.events.wait("media.node.up", node_id=node_id)
+    assert up == {"node_id": node_id}
+    await asyncio.sleep(0.8)  # both replicas have seen its heartbeats by now
+    assert len(room.events.of("media.node.up", node_id=node_id)) == 1
