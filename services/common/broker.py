@@ -80,4 +80,3 @@ def health_app(title: str, running: Callable[[], AbstractAsyncContextManager[S]]
 
     add_health_and_metrics(app, ready)
     return app
-
