@@ -2,7 +2,9 @@
 
 import asyncio
 import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
@@ -115,3 +118,34 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+@contextlib.asynccontextmanager
+async def service_process(
+    module: str, env: dict[str, str], port: int
+) -> AsyncIterator[httpx.AsyncClient]:
+    """`python -m <module>` as an operator runs it. Yields an HTTP client once its
+    /healthz answers 200; on exit, SIGTERM must end it cleanly with no traceback."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, env={**os.environ, **env},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            deadline = time.monotonic() + 20
+            while True:
+                assert proc.returncode is None, f"python -m {module} exited"
+                try:
+                    if (await http.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "no /healthz within 20 s"
+                await asyncio.sleep(0.1)
+            yield http
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal it caught.
+        assert await asyncio.wait_for(proc.wait(), 15) in (0, -signal.SIGTERM)
+        errors = (await proc.stderr.read()).decode() if proc.stderr else ""
+        assert "Traceback" not in errors, errors

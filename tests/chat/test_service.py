@@ -2,10 +2,6 @@
 
 import asyncio
 import json
-import os
-import signal
-import sys
-import time
 
 import httpx
 import redis.asyncio as aioredis
@@ -17,7 +13,7 @@ from services.common.subjects import webinar_event
 from services.common.telemetry import setup_tracing
 from tests.chat.conftest import ALICE, BOB, HOST, Webinar
 from tests.chat.test_chat import texts
-from tests.infra import free_port, serve
+from tests.infra import free_port, serve, service_process
 
 
 async def test_healthz_and_metrics(settings, webinar: Webinar):
@@ -35,33 +31,12 @@ async def test_healthz_and_metrics(settings, webinar: Webinar):
 
 async def test_python_m_services_chat_serves_commands(nats_server, redis_server, webinar: Webinar):
     port = free_port()
-    env = {**os.environ, "NATS_URL": nats_server.url, "REDIS_URL": redis_server.url,
+    env = {"NATS_URL": nats_server.url, "REDIS_URL": redis_server.url,
            "CHAT_PORT": str(port), "LOG_LEVEL": "WARNING"}  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.chat", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            deadline = time.monotonic() + 20
-            while True:
-                assert proc.returncode is None, "python -m services.chat exited"
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "no /healthz within 20 s"
-                await asyncio.sleep(0.1)
+    async with service_process("services.chat", env, port):
         reply = await webinar.ok("chat.send", ALICE, text="from the real process")
         event = await webinar.events.next("chat.message")
         assert event.data["id"] == reply["message"]["id"]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        # uvicorn shuts down gracefully, then re-raises the signal it caught.
-        assert await asyncio.wait_for(proc.wait(), 15) in (0, -signal.SIGTERM)
-        errors = (await proc.stderr.read()).decode() if proc.stderr else ""
-        assert "Traceback" not in errors, errors
 
 
 def test_asyncapi_document_is_current():

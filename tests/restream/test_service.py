@@ -3,18 +3,15 @@
 import asyncio
 import json
 import os
-import signal
-import sys
 import time
 from pathlib import Path
 
-import httpx
 from nats.aio.client import Client as NATS
 
 from services.media.service import MediaService
 from services.restream.main import RestreamService, running
 from services.restream.service import instance_key, outputs_key
-from tests.infra import NatsServer, RedisServer, free_port
+from tests.infra import NatsServer, RedisServer, free_port, service_process
 from tests.restream.conftest import HOST, Events, command
 
 
@@ -69,31 +66,11 @@ async def test_python_m_services_restream(
     nats_server: NatsServer, redis_server: RedisServer, nc: NATS, tmp_path: Path
 ) -> None:
     port = free_port()
-    env = {**os.environ, "NATS_URL": nats_server.url, "REDIS_URL": redis_server.url,
+    env = {"NATS_URL": nats_server.url, "REDIS_URL": redis_server.url,
            "RESTREAM_PORT": str(port), "RESTREAM_RECORDINGS_DIR": str(tmp_path),
            "LOG_LEVEL": "WARNING"}  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.restream", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            deadline = time.monotonic() + 20
-            while True:
-                assert proc.returncode is None, "python -m services.restream exited"
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "no /healthz within 20 s"
-                await asyncio.sleep(0.1)
-            reply = await command(nc, "restream.start", "wmain", url="http://127.0.0.1/x")
-            assert reply["code"] == "invalid", reply
-            metrics = (await http.get("/metrics")).text
-            assert "webinar_restream" in metrics
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 15) in (0, -signal.SIGTERM)
-        errors = (await proc.stderr.read()).decode() if proc.stderr else ""
-        assert "Traceback" not in errors, errors
+    async with service_process("services.restream", env, port) as http:
+        reply = await command(nc, "restream.start", "wmain", url="http://127.0.0.1/x")
+        assert reply["code"] == "invalid", reply
+        metrics = (await http.get("/metrics")).text
+        assert "webinar_restream" in metrics
